@@ -90,3 +90,15 @@ def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     correct = logits.gather(1, labels[:, None])[:, 0]
     others = logits.scatter(1, labels[:, None], float("-inf"))
     return correct - others.max(dim=1).values
+
+
+def loss_for(model) -> "callable":
+    """The per-sample training loss ``(logits (B,K), labels (B,)) -> (B,)`` of ``model``.
+
+    A model may define its own ``per_sample_loss(logits, labels)`` method (the SVM's
+    smoothed hinge does); otherwise it is the cross-entropy :func:`per_sample_loss`.
+    Training, influence and leave-one-out all use this one function, so they
+    differentiate the same objective.
+    """
+    own = getattr(model, "per_sample_loss", None)
+    return own if callable(own) else per_sample_loss

@@ -4,7 +4,8 @@ Every model in whylens is trained to minimise the *mean* regularised objective
 
     J(theta) = (1/n) sum_i L(z_i, theta) + (l2 / 2) * ||theta||^2,
 
-with ``L`` the cross-entropy of :func:`whylens.outputs.per_sample_loss` and the
+with ``L`` the model's loss (:func:`whylens.outputs.loss_for`: cross-entropy unless the
+model defines its own, as the SVM does) and the
 L2 term over every trainable parameter (biases included). Influence functions
 (``whylens.influence``) differentiate exactly this ``J``, so the ``l2`` used here
 must be the ``l2`` given to :class:`whylens.Influence`; it is stored in the saved
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 
 from .data.imageset import as_tensors
 from .errors import check
-from .outputs import check_labels, num_classes_of, per_sample_loss
+from .outputs import check_labels, loss_for, num_classes_of
 
 
 @dataclass
@@ -69,7 +70,7 @@ def objective(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, l2: 
     total = torch.zeros((), dtype=dtype)
     for sl in _chunks(n, chunk_size):
         x = images[sl].to(dtype)
-        part = per_sample_loss(model(x), labels[sl]).sum() / n
+        part = loss_for(model)(model(x), labels[sl]).sum() / n
         if backward:
             part.backward()
             part = part.detach()
@@ -182,7 +183,7 @@ def train(model: nn.Module, data, *, l2: float = 1e-3, method: str = "auto", epo
         for sl in _chunks(n, batch_size):
             idx = perm[sl]
             opt.zero_grad(set_to_none=True)
-            loss = per_sample_loss(model(images[idx].to(dtype0)), labels[idx]).mean() + l2_term(model, l2)
+            loss = loss_for(model)(model(images[idx].to(dtype0)), labels[idx]).mean() + l2_term(model, l2)
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
