@@ -64,7 +64,8 @@ class ImageSet:
         check(k >= 1, "classes: expected at least one class name")
         if n:
             lo, hi = int(labels.min()), int(labels.max())
-            check(lo >= 0 and hi < k, f"labels: expected values in [0, {k - 1}] for {k} classes, got range [{lo}, {hi}]")
+            check(lo >= 0 and hi < k,
+                  f"labels: expected values in [0, {k - 1}] for {k} classes, got range [{lo}, {hi}]")
         self.labels = labels
         if self.ids is None:
             self.ids = [f"{self.name}:{i}" for i in range(n)]

@@ -11,28 +11,16 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from ..errors import WhylensError, check
+from ..files import atomic_write as _atomic_write
 from .registry import build_model
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_model(model: nn.Module, directory: str | os.PathLike, *, classes: list[str],
