@@ -37,3 +37,34 @@ def build_model(name: str, **kwargs) -> nn.Module:
         raise type(exc)(f"model {name!r}: bad arguments {kwargs}: {exc}") from None
     model.whylens_config = {"model": name, "kwargs": dict(kwargs)}
     return model
+
+
+# Defaults that suit each reference model on the bundled data: the L2 lambda of the
+# objective, the optimiser and its epochs. Recorded in the saved config.
+RECIPES: dict[str, dict] = {
+    "logistic": {"l2": 1e-2, "method": "lbfgs"},
+    "cnn": {"l2": 1e-3, "method": "adam", "epochs": 40},
+    "resnet": {"l2": 1e-3, "method": "adam", "epochs": 20},
+    "svm": {"l2": 1e-3, "method": "lbfgs"},
+}
+
+
+def build_for(name: str, input_shape: tuple[int, int, int], num_classes: int, **kwargs) -> nn.Module:
+    """Build reference model ``name`` for inputs ``(C, H, W)`` and ``num_classes`` classes.
+
+    Fills in the shape arguments each model needs; ``kwargs`` override the rest
+    (e.g. ``activation="tanh"`` for the CNN). CNNs on inputs of 32 pixels or more
+    get a 2x2 max-pool after the first conv, to widen their receptive field.
+    """
+    c, h, w = input_shape
+    check(name in MODELS, f"model: expected one of {sorted(MODELS)}, got {name!r}")
+    if name == "logistic":
+        base = {"in_channels": c, "image_size": [h, w], "num_classes": num_classes}
+    elif name == "cnn":
+        base = {"in_channels": c, "num_classes": num_classes, "pool": min(h, w) >= 32}
+    elif name == "svm":
+        base = {}
+    else:
+        base = {"in_channels": c, "num_classes": num_classes}
+    base.update(kwargs)
+    return build_model(name, **base)
