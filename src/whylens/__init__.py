@@ -5,6 +5,7 @@ Two questions about every prediction: *where did the model look?*
 so?* (:class:`Influence`, influence functions after Koh & Liang 2017).
 """
 
+from .attribution import explain
 from .data import ImageSet, digits_split, load_digits
 from .errors import WhylensError
 from .models import build_model, load_model, save_model

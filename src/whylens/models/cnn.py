@@ -1,4 +1,4 @@
-"""A small CNN: conv -> act -> [pool] -> conv -> act -> global average pool -> linear.
+"""A small CNN: (conv -> act -> [pool]) x L -> global average pool -> linear.
 
 With ``widths=(16, 32)`` on 1-channel input and 10 classes it has 5,130
 parameters (the model of ``shared/NOTES.md``). ``activation`` may be ``"relu"``
@@ -23,21 +23,32 @@ def make_activation(name: str) -> nn.Module:
 
 
 class SmallCNN(nn.Module):
-    """``(B, C, H, W) -> (B, K)``; layers ``conv1``, ``conv2`` (the default CAM layer), ``fc``."""
+    """``(B, C, H, W) -> (B, K)``: layers ``conv1 .. convL`` (the last is the default CAM layer) and ``fc``.
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, widths: tuple[int, int] = (16, 32),
+    ``widths`` gives the channels of each 3x3 conv (any length >= 1); with ``pool``
+    a 2x2 max-pool follows every conv but the last, widening the receptive field on
+    larger images (a 64x64 X-ray with four convs ends on an 8x8 grid).
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, widths=(16, 32),
                  activation: str = "relu", pool: bool = False, single_logit: bool = False):
         super().__init__()
-        c1, c2 = widths
-        self.conv1 = nn.Conv2d(in_channels, c1, 3, padding=1)
-        self.act1 = make_activation(activation)
-        self.pool = nn.MaxPool2d(2) if pool else nn.Identity()
-        self.conv2 = nn.Conv2d(c1, c2, 3, padding=1)
-        self.act2 = make_activation(activation)
+        widths = [int(w) for w in widths]
+        self.depth = len(widths)
+        cin = in_channels
+        for i, cout in enumerate(widths, start=1):
+            setattr(self, f"conv{i}", nn.Conv2d(cin, cout, 3, padding=1))
+            setattr(self, f"act{i}", make_activation(activation))
+            if pool and i < len(widths):
+                setattr(self, f"pool{i}", nn.MaxPool2d(2))
+            cin = cout
         self.gap = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(c2, 1 if (single_logit and num_classes == 2) else num_classes)
+        self.fc = nn.Linear(cin, 1 if (single_logit and num_classes == 2) else num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.act1(self.conv1(x)))
-        x = self.act2(self.conv2(x))
+        for i in range(1, self.depth + 1):
+            x = getattr(self, f"act{i}")(getattr(self, f"conv{i}")(x))
+            pool = getattr(self, f"pool{i}", None)
+            if pool is not None:
+                x = pool(x)
         return self.fc(self.gap(x).flatten(1))

@@ -54,14 +54,18 @@ def build_for(name: str, input_shape: tuple[int, int, int], num_classes: int, **
 
     Fills in the shape arguments each model needs; ``kwargs`` override the rest
     (e.g. ``activation="tanh"`` for the CNN). CNNs on inputs of 32 pixels or more
-    get a 2x2 max-pool after the first conv, to widen their receptive field.
+    get three convs with 2x2 max-pools between them, to widen their receptive field
+    (with two unpooled convs and global average pooling, a small marker's signal is
+    averaged away over 64x64 positions and training stalls).
     """
     c, h, w = input_shape
     check(name in MODELS, f"model: expected one of {sorted(MODELS)}, got {name!r}")
     if name == "logistic":
         base = {"in_channels": c, "image_size": [h, w], "num_classes": num_classes}
     elif name == "cnn":
-        base = {"in_channels": c, "num_classes": num_classes, "pool": min(h, w) >= 32}
+        base = {"in_channels": c, "num_classes": num_classes}
+        if min(h, w) >= 32:
+            base.update(widths=[16, 32, 32], pool=True)
     elif name == "svm":
         base = {}
     else:
