@@ -79,12 +79,91 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     _add_common(p)
 
+    solver_help = ("influence solver: auto (exact for convex models, ekfac for networks), exact, cg, lissa, "
+                   "arnoldi, ekfac, tracin, grad_dot, grad_cos")
+    p = sub.add_parser("influence", help="which training images made the model decide so?",
+                       description="Influence functions (Koh & Liang 2017): for each test image, the most "
+                                   "helpful and most harmful training images. Scores are I_up,loss = "
+                                   "-g_test^T H^-1 g_train: negative = helpful, positive = harmful; removing a "
+                                   "training image changes the test loss by about -score/n. Writes "
+                                   "influence.png, scores.csv and influence.json.")
+    p.add_argument("--model", required=True, metavar="DIR", help="a directory written by 'whylens train'")
+    _add_data_args(p)
+    p.add_argument("--test", default=None, metavar="I,J,...",
+                   help="indices of test items in --split (default: the first 4)")
+    p.add_argument("--test-images", nargs="+", metavar="PATH",
+                   help="image files to explain instead (their predicted class is used as the label)")
+    p.add_argument("--split", default="test", help="split the --test indices refer to (default: test)")
+    p.add_argument("--top", type=int, default=8, help="how many helpful and harmful images to show (default 8)")
+    p.add_argument("--solver", default="auto", help=solver_help)
+    p.add_argument("--l2", type=float, default=None, help="override the l2 recorded in the model's config")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    _add_common(p)
+
+    p = sub.add_parser("mislabels", help="training images whose labels look wrong (self-influence)",
+                       description="Rank training images by self-influence I_up,loss(z, z) (most negative "
+                                   "first): the ones the model can fit only by bending around them. Writes "
+                                   "mislabels.png, mislabels.csv and mislabels.json; with --flip, also flips "
+                                   "that fraction of labels, retrains and plots how many are found.")
+    p.add_argument("--model", required=True, metavar="DIR", help="a directory written by 'whylens train'")
+    _add_data_args(p)
+    p.add_argument("--top", type=int, default=50, help="how many suspects to show (default 50)")
+    p.add_argument("--solver", default="auto", help=solver_help)
+    p.add_argument("--flip", type=float, default=None, metavar="FRACTION",
+                   help="also run the detection experiment: flip this fraction of labels (seeded), retrain, "
+                        "and compare self-influence with the training-loss and random rankings")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    _add_common(p)
+
+    p = sub.add_parser("report", help="one self-contained HTML audit report",
+                       description="Everything in one shareable HTML file (images embedded, no network, no "
+                                   "scripts): model and data, heatmaps and helpful/harmful training images "
+                                   "for chosen test images, suspected mislabels, a second model side by side, "
+                                   "and how far each explanation can be trusted.")
+    p.add_argument("--model", required=True, metavar="DIR", help="a directory written by 'whylens train'")
+    _add_data_args(p)
+    p.add_argument("--out", required=True, metavar="FILE.html", help="the report file to write")
+    p.add_argument("--compare", default=None, metavar="DIR",
+                   help="a second trained model to compare with (default: a logistic regression trained now)")
+    p.add_argument("--examples", type=int, default=4, help="test images shown in detail (default 4)")
+    p.add_argument("--top", type=int, default=6, help="helpful/harmful images per example (default 6)")
+    p.add_argument("--methods", default="gradcam,integrated_gradients,gradient_x_input,saliency",
+                   help="attribution methods shown per example")
+    p.add_argument("--solver", default="auto", help=solver_help)
+    p.add_argument("--check-images", type=int, default=32, help="test images used by the attribution checks")
+    p.add_argument("--loo", type=int, default=10, help="training items retrained for leave-one-out agreement")
+    p.add_argument("--lds-subsets", type=int, default=16, help="random 50%% subsets for the LDS check")
+    p.add_argument("--flip", type=float, default=0.1, help="fraction of labels flipped for the mislabel check")
+    _add_common(p)
+
     p = sub.add_parser("demo", help="the end-to-end story on the bundled synthetic X-rays",
                        description="Build synthetic chest X-rays with a shortcut marker, train a CNN, show "
                                    "confounded vs clean accuracy, and explain its predictions.")
     p.add_argument("--out", default="out", metavar="DIR", help="output directory (default: out)")
     p.add_argument("--quick", action="store_true", help="smaller sizes (used under CI=true)")
     p.add_argument("--seed", type=int, default=0)
+    _add_common(p)
+
+    # -- compare (additive block: the model comparison of whylens.compare) --
+    p = sub.add_parser("compare", help="what do two models learn from? influence side by side",
+                       description="Koh & Liang (2017) section 5.1: for the same test images, the most helpful "
+                                   "and harmful training images of each model, the Spearman correlation of "
+                                   "|influence| with pixel-space similarity, and the fraction of helpful images "
+                                   "sharing the test label. Writes comparison.png, comparison.json and "
+                                   "comparison.csv, and prints the table.")
+    p.add_argument("--models", nargs="+", required=True, metavar="DIR",
+                   help="directories written by 'whylens train' (same --data), e.g. an svm and a cnn")
+    _add_data_args(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--k", type=int, default=8, help="helpful and harmful images per test image (default 8)")
+    p.add_argument("--test-count", type=int, default=30, metavar="N",
+                   help="test images the numbers average over, spread evenly over the test split (default 30)")
+    p.add_argument("--show", type=int, default=3, metavar="N", help="test images drawn in the figure (default 3)")
+    p.add_argument("--solver", default="exact",
+                   help="influence solver for every model (default exact: all parameters of convex models, "
+                        "the last linear layer of networks); ekfac, cg, arnoldi, ... use all parameters")
+    p.add_argument("--similarity", choices=("euclidean", "rbf"), default="euclidean",
+                   help="pixel similarity stored in the JSON (both rank the same, so the Spearman is the same)")
     _add_common(p)
 
     return parser

@@ -105,19 +105,22 @@ def lbfgs(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, l2: floa
         return objective(model, images, labels, l2, chunk_size, backward=True)
 
     bar = tqdm(total=max_iter, desc=desc, disable=not progress, leave=False, unit="it")
-    done = 0
+    done, previous = 0, float("inf")
     while done < max_iter:
-        loss = opt.step(closure)
+        loss = float(opt.step(closure))
         state = opt.state[params[0]]
-        steps = int(state.get("n_iter", done + 20)) - done
-        done += max(steps, 1)
-        bar.update(max(steps, 1))
-        result.history.append(float(loss))
-        bar.set_postfix(J=f"{float(loss):.6g}")
+        steps = max(int(state.get("n_iter", done + 1)) - done, 1)
+        done += steps
+        bar.update(steps)
+        result.history.append(loss)
+        bar.set_postfix(J=f"{loss:.6g}")
         closure()
         gmax = max(float(p.grad.abs().max()) for p in params)
-        if gmax < tol or steps == 0:
+        # Stop at a stationary point, or once a whole L-BFGS call no longer lowers J (float64 floor):
+        # spinning on at the floor costs time and changes nothing.
+        if gmax < tol or previous - loss <= 1e-15 * max(abs(loss), 1.0):
             break
+        previous = loss
     bar.close()
     opt.zero_grad(set_to_none=False)
     result.objective = float(objective(model, images, labels, l2, chunk_size, backward=True))
