@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from .data.imageset import as_tensors
 from .errors import check
+from .modes import eval_mode
 from .outputs import check_labels, loss_for, num_classes_of
 
 
@@ -211,14 +212,10 @@ def train(model: nn.Module, data, *, l2: float = 1e-3, method: str = "auto", epo
 
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, chunk_size: int = 512) -> torch.Tensor:
-    """Logits ``(N, K)`` in eval mode, in chunks; the caller's train/eval mode is restored."""
-    was = model.training
-    model.eval()
-    try:
+    """Logits ``(N, K)`` in eval mode, in chunks; each module's train/eval flag is restored."""
+    with eval_mode(model):
         dtype = next(model.parameters()).dtype
         return torch.cat([model(images[sl].to(dtype)) for sl in _chunks(len(images), chunk_size)])
-    finally:
-        model.train(was)
 
 
 def accuracy(model: nn.Module, data) -> float:

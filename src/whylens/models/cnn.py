@@ -4,8 +4,10 @@ With ``widths=(16, 32)`` on 1-channel input and 10 classes it has 5,130
 parameters (the model of ``shared/NOTES.md``). ``activation`` may be ``"relu"``
 (the usual choice), ``"tanh"`` or ``"softplus"``: a smooth activation gives a
 Hessian that exists everywhere, which influence functions and warm-started
-leave-one-out retraining need (Koh & Liang's CNN used tanh). The last conv layer
-feeds global average pooling and a linear layer, so Grad-CAM equals HiResCAM there.
+leave-one-out retraining need (Koh & Liang's CNN used tanh). The activation after
+the last conv (``act<L>``) feeds only global average pooling and a linear layer, so
+Grad-CAM equals HiResCAM at that layer (at the conv itself the activation's
+derivative makes the gradient vary in space, and the two differ).
 """
 
 from __future__ import annotations
