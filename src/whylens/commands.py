@@ -51,7 +51,8 @@ def train_reference(name: str, train, *, l2=None, epochs=None, lr=1e-2, batch_si
     result = fit(model, train, l2=l2, method=recipe.get("method", "auto"),
                  epochs=epochs or recipe.get("epochs", 30), lr=lr, batch_size=batch_size, seed=seed,
                  progress=progress)
-    info = {"l2": l2, "loss": "mean cross-entropy + (l2/2)||theta||^2", "method": result.method,
+    loss = "mean smoothed hinge" if hasattr(model, "per_sample_loss") else "mean cross-entropy"
+    info = {"l2": l2, "loss": f"{loss} + (l2/2)||theta||^2", "method": result.method,
             "epochs": epochs or recipe.get("epochs"), "seed": seed, "objective": result.objective,
             "grad_norm": result.grad_norm, "seconds": result.seconds}
     return model, info
@@ -326,7 +327,7 @@ def cmd_report(args) -> None:
 def cmd_compare(args) -> None:
     from pathlib import Path
 
-    from .compare import compare_models, format_table, save_comparison
+    from .compare import compare_models, default_rows, format_table, save_comparison
     from .models import load_model
     check(len(args.models) >= 1, "--models: expected at least one model directory")
     loaded = [load_model(d) for d in args.models]
@@ -349,6 +350,6 @@ def cmd_compare(args) -> None:
     models = {n: (m, float(cfg.get("training", {}).get("l2", 0.0))) for n, (m, cfg) in zip(names, loaded)}
     result = compare_models(models, splits["train"], splits["test"], k=args.k, n_test=args.test_count,
                             solver=args.solver, similarity=args.similarity, progress=_progress(args))
-    paths = save_comparison(result, args.out, rows=range(min(args.show, len(result.test))))
+    paths = save_comparison(result, args.out, rows=default_rows(result.test.labels, args.show))
     print(format_table(result.table()))
     print(f"wrote {paths['png']}, {paths['json'].name} and {paths['csv'].name}")

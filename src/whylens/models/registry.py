@@ -67,8 +67,16 @@ def build_for(name: str, input_shape: tuple[int, int, int], num_classes: int, **
         if min(h, w) >= 32:
             base.update(widths=[16, 32, 32], pool=True)
     elif name == "svm":
-        base = {}
+        # The SVM picks its anchors and kernel width from the training data in prepare(train).
+        check(num_classes == 2, f"model 'svm': the RBF SVM is binary; the data has {num_classes} classes")
+        base = {"input_shape": [c, h, w]}
     else:
         base = {"in_channels": c, "num_classes": num_classes}
     base.update(kwargs)
     return build_model(name, **base)
+
+
+# svm.py does not import this module, so registering it here creates no import cycle.
+from .svm import RBFSVM  # noqa: E402
+
+register_model("svm", RBFSVM)
