@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/whylens demo --out out
+	$(VENV)/bin/whylens demo --out out $(if $(filter true,$(CI)),--quick,)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
