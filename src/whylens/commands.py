@@ -274,22 +274,22 @@ def cmd_mislabels(args) -> None:
                                                    "self_influence": float(self_inf[j])} for j in sus]}
     if args.flip:
         from .influence.mislabel import mislabel_experiment
-        res = mislabel_experiment(lambda: _rebuild(config), train, fraction=args.flip, l2=l2,
-                                  solver=auto_solver(model, args.solver)[0], seed=args.seed,
-                                  train_kwargs=_train_kwargs(config), progress=_progress(args))
-        save_figure(mislabel_curves(res.curves_dict()), out / "mislabel_curves.png")
+        from .report.pipeline import warm_or_fresh
+        name, opts = auto_solver(model, args.solver)
+        res = mislabel_experiment(warm_or_fresh(model, config, args.seed), train, fraction=args.flip, l2=l2,
+                                  solver=name, seed=args.seed, train_kwargs=retrain_kwargs(config),
+                                  influence_kwargs=opts, progress=_progress(args))
+        save_figure(mislabel_curves({k: (c[0].numpy(), c[1].numpy()) for k, c in res.curves.items()},
+                                    f"{args.flip:.0%} of labels flipped"), out / "mislabel_curves.png")
         summary["flip_experiment"] = res.summary
-        print("  flipped", f"{args.flip:.0%}", "of labels:", res.summary)
+        for rank, m in res.summary.items():
+            print(f"  {rank:>15}: " + ", ".join(f"{k} {v:.2f}" for k, v in m.items()))
     write_json(out / "mislabels.json", summary)
     print(f"top {k} suspects by self-influence written to {out}/mislabels.png, mislabels.csv, mislabels.json")
 
 
-def _rebuild(config: dict):
-    from .models import build_model
-    return build_model(config["model"], **config["kwargs"])
-
-
-def _train_kwargs(config: dict) -> dict:
+def retrain_kwargs(config: dict) -> dict:
+    """The optimiser arguments a saved model was trained with, to retrain it the same way."""
     t = config.get("training", {})
     kw = {"method": t.get("method", "auto")}
     if t.get("epochs"):

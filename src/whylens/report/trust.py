@@ -10,6 +10,7 @@ import copy
 
 import torch
 
+from ..commands import retrain_kwargs
 from ..outputs import predicted_class
 from ..train import predict
 from .images import image_png, png_bytes
@@ -84,7 +85,7 @@ def influence_checks(model, config, inf, train, test, *, l2: float, loo: int, su
         if head is None:
             what = f"{subsets} models trained on random halves"
             actual = subset_measurements(warm_or_fresh(model, config, seed), train, tt, masks, l2,
-                                         train_kwargs=_retrain_kwargs(config), progress=False)
+                                         train_kwargs=retrain_kwargs(config), progress=False)
             scores = inf.scores(tt)
         else:
             # whole networks on large images take too long to retrain many times: refit the last
@@ -175,14 +176,6 @@ def _loo_row(model, inf, train, test, *, l2: float, loo: int, solver: str) -> di
                 "ok" if agree["pearson"] >= 0.8 else "warn", fig)
 
 
-def _retrain_kwargs(config: dict) -> dict:
-    t = config.get("training", {})
-    kw = {"method": t.get("method", "auto")}
-    if t.get("epochs"):
-        kw["epochs"] = t["epochs"]
-    return kw
-
-
 def mislabel_section(model, config, inf, train, *, flip: float | None, l2: float, solver: str, seed: int,
                      top: int = 12) -> dict:
     """Top suspects by self-influence on the given labels and, with ``flip``, the detection experiment."""
@@ -194,14 +187,19 @@ def mislabel_section(model, config, inf, train, *, flip: float | None, l2: float
                      for j in order],
            "curve_png": None, "summary": []}
     if flip:
+        from ..commands import auto_solver
         from ..influence.mislabel import mislabel_experiment
         from .pipeline import warm_or_fresh
-        res = mislabel_experiment(warm_or_fresh(model, config, seed), train, fraction=flip, l2=l2,
-                                  solver=inf.solver_name, seed=seed, train_kwargs=_retrain_kwargs(config),
+        name, opts = auto_solver(model, solver)
+        res = mislabel_experiment(warm_or_fresh(model, config, seed), train, fraction=flip, l2=l2, solver=name,
+                                  seed=seed, train_kwargs=retrain_kwargs(config), influence_kwargs=opts,
                                   progress=False)
-        out["curve_png"] = png_bytes(mislabel_curves(res.curves_dict(), f"{flip:.0%} of labels flipped"))
-        out["summary"] = [{"name": k, "value": v} for k, v in res.summary_rows()]
-        found = res.found_at(0.1)
+        curves = {k: (c[0].numpy(), c[1].numpy()) for k, c in res.curves.items()}
+        out["curve_png"] = png_bytes(mislabel_curves(curves, f"{flip:.0%} of labels flipped"))
+        out["summary"] = [{"name": f"{rank} ranking", "value": ", ".join(f"{k} {v:.0%}" if k != "auc" else
+                                                                          f"area {v:.2f}" for k, v in m.items())}
+                          for rank, m in res.summary.items()]
+        found = {k: m["found@10%"] for k, m in res.summary.items()}
         out["trust"] = _row("mislabel detection", f"checking the top 10 % finds {found['self_influence']:.0%} of "
                             f"flipped labels (training loss {found['loss']:.0%}, random {found['random']:.0%})",
                             "After flipping a known fraction of labels and retraining, how many of them the "
