@@ -133,7 +133,7 @@ def cmd_demo(args) -> None:
 # -- influence ----------------------------------------------------------------------------
 
 def auto_solver(model, solver: str = "auto") -> tuple[str, dict]:
-    """``(solver, options)``: ``"auto"`` is exact for convex models and EK-FAC for networks.
+    """``(solver, options)``: ``"auto"`` is exact for small convex models, CG for larger ones, EK-FAC for networks.
 
     A network's Hessian at a non-converged minimum is indefinite, and EK-FAC's curvature
     is positive semi-definite by construction; a convex model's exact Hessian is cheap.
@@ -142,8 +142,10 @@ def auto_solver(model, solver: str = "auto") -> tuple[str, dict]:
         return solver, {"damping": "auto"} if solver == "exact" else {}
     convex = getattr(model, "convex", False) or type(model).__name__ == "LogisticRegression"
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    if convex and n_params <= 10_000:
+    if convex and n_params <= 3_000:
         return "exact", {"damping": 0.0}
+    if convex:  # the dense eigendecomposition grows as p^3: conjugate gradient solves the same system
+        return "cg", {"damping": 0.0}
     return "ekfac", {"damping": 1e-3}
 
 

@@ -374,3 +374,16 @@ def test_imageset_and_pair_inputs_agree(logreg_exact, digits):
     b = logreg_exact.scores(te.images[:4], te.labels[:4])
     c = logreg_exact.scores(ImageSet(te.images[:4], te.labels[:4], te.classes))
     assert torch.equal(a, b) and torch.equal(a, c)
+
+
+def test_works_inside_no_grad_and_keeps_the_model(resnet, digits):
+    model, tr = resnet
+    te = digits[1][:3]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        a = Influence(model, "ekfac", l2=L2, progress=False).fit(tr).scores(te)
+        b = Influence(model, "cg", l2=L2, params=["fc"], progress=False).fit(tr).scores(te)
+    assert bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all())
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert all(p.grad is None for p in model.parameters())
+    assert model.training

@@ -19,6 +19,10 @@ from whylens.influence.loo import leave_one_out, loo_agreement, polish
 
 L2 = 0.01
 
+# One intra-op thread, as the rest of this folder: on a shared 2-core machine two threads
+# mostly wait on each other.
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 
 def test_agreement_against_scipy():
     rng = np.random.default_rng(0)
@@ -133,8 +137,13 @@ def test_bad_input_is_one_line():
 @pytest.fixture(scope="module")
 def lr_setup(digits, logreg):
     tr, te = digits
-    model64, gn = polish(logreg, tr, L2, progress=False)
-    inf = Influence(model64, "exact", l2=L2, progress=False).fit(tr)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model64, gn = polish(logreg, tr, L2, progress=False)
+        inf = Influence(model64, "exact", l2=L2, progress=False).fit(tr)
+    finally:
+        torch.set_num_threads(threads)
     with torch.no_grad():
         losses = whylens.per_sample_loss(whylens.predict(model64, te.images), te.labels)
     t = int(losses.argmax())  # fixed before anything is measured

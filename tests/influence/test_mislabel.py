@@ -10,8 +10,11 @@ import torch
 
 import whylens
 from whylens.errors import WhylensError
-from whylens.influence.mislabel import (curve_area, detection_curve, flip_labels, found_at,
-                                        mislabel_experiment)
+from whylens.influence.mislabel import curve_area, detection_curve, flip_labels, found_at, mislabel_experiment
+
+# One intra-op thread, as the rest of this folder: on a shared 2-core machine two threads
+# mostly wait on each other.
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_flip_labels_moves_each_chosen_label_to_another_class():

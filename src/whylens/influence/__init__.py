@@ -15,12 +15,14 @@ from .exact import ExactSolver
 from .functional import ModelFunction, flatten, select_parameters, unflatten
 from .grads import HessianOperator, hvp, per_sample_grads
 from .iterative import CGSolver, LiSSASolver
+from .loo import leave_one_out
 from .solvers import SOLVERS
 from .store import data_fingerprint, model_fingerprint
 
+# --- leave-one-out / mislabel helpers (loo.py, mislabel.py): add their imports above, in sorted
+# order (an import below __all__ trips ruff's E402), and their names to __all__'s last line ---
 __all__ = ["Influence", "Ranked", "TopInfluence", "Solver", "Problem", "SOLVERS", "ExactSolver",
            "CGSolver", "LiSSASolver", "ArnoldiSolver", "EKFACSolver", "TracInSolver", "GradDotSolver",
            "GradCosSolver", "ModelFunction", "flatten", "unflatten", "select_parameters", "hvp",
-           "HessianOperator", "per_sample_grads", "model_fingerprint", "data_fingerprint"]
-
-# --- leave-one-out / mislabel helpers (loo.py, mislabel.py) are imported below this line ---
+           "HessianOperator", "per_sample_grads", "model_fingerprint", "data_fingerprint",
+           "leave_one_out"]

@@ -91,8 +91,18 @@ class Influence:
         **solver_options: options of the solver (e.g. ``hessian="gauss_newton"`` for exact,
             ``rank=`` for arnoldi, ``depth=`` for lissa, ``checkpoints=`` for tracin).
 
+    Sign: for ``measure="loss"`` ``scores[t, j] = I_up,loss(z_j, z_t)``, negative = helpful,
+    positive = harmful, and removing ``z_j`` changes the test loss by about ``-scores[t, j] / n``;
+    for ``"margin"``/``"logit"`` positive = helpful (see the module docstring).
     Training gradients are those of the per-sample loss ``L`` only (no ``l2 theta`` term; adding
     it shifts each score row by a constant and changes no ranking).
+
+    Typical use::
+
+        inf = Influence(model, "exact", l2=0.01).fit(train)
+        S = inf.scores(test)                  # (n_test, n_train)
+        top = inf.top(test[:4], k=8)          # most helpful / harmful training items
+        suspects = inf.self_influence().argsort()[:50]   # most negative = most unusual
     """
 
     def __init__(self, model: nn.Module, solver: str = "exact", damping=0.0, l2: float = 0.0,
@@ -125,7 +135,7 @@ class Influence:
         self.solver_options = dict(solver_options)
         self._fn: ModelFunction | None = None
         self._train_grads: list[torch.Tensor] = []
-        self._points: list[tuple[torch.Tensor, float]] = []
+        self._points: list[tuple[ModelFunction, float]] = []  # (where gradients are taken, weight)
         self.timings: dict[str, float] = {}
 
     # -- sign of "helpful" for the chosen measure ---------------------------------------------
@@ -138,6 +148,16 @@ class Influence:
     def info(self) -> dict:
         """Solver facts after fit: damping used, eigenvalue range, convergence, ..."""
         return dict(self.solver.info)
+
+    @property
+    def min_eigenvalue(self) -> float | None:
+        """Smallest eigenvalue of ``H`` (of its approximation for ekfac) seen by fit, if known."""
+        return self.solver.info.get("min_eigenvalue")
+
+    @property
+    def damping_used(self) -> float | None:
+        """The damping actually applied (the picked value for ``damping="auto"``)."""
+        return self.solver.info.get("damping")
 
     @property
     def n(self) -> int:

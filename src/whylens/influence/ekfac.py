@@ -61,16 +61,33 @@ class _Layer:
             self.pad = pad
 
     def activations(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, locations, d_in)`` inputs of the layer (patches for conv), with a ones column for bias."""
+        """``(B, locations, d_in_w)`` inputs of the layer (patches for conv); the bias's ones
+        column is implicit (see :meth:`input_moment` and :meth:`sample_grads`)."""
         if isinstance(self.module, nn.Conv2d):
             m = self.module
             a = F.unfold(x, m.kernel_size, dilation=m.dilation, padding=self.pad, stride=m.stride)
             a = a.transpose(1, 2)
         else:
             a = x.reshape(x.shape[0], -1, x.shape[-1])
-        if self.b is not None:
-            a = torch.cat([a, torch.ones_like(a[..., :1])], dim=-1)
         return a
+
+    def input_moment(self, a: torch.Tensor) -> torch.Tensor:
+        """``sum_{b,l} [a, 1][a, 1]^T`` ``(d_in, d_in)`` without materialising the ones column."""
+        flat = a.reshape(-1, a.shape[-1])
+        aa = flat.T @ flat
+        if self.b is None:
+            return aa
+        s = flat.sum(0)
+        top = torch.cat([aa, s[:, None]], dim=1)
+        bottom = torch.cat([s, s.new_tensor([float(flat.shape[0])])])[None]
+        return torch.cat([top, bottom], dim=0)
+
+    def sample_grads(self, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """Per-sample gradients ``G_i = sum_l g_il [a_il, 1]^T`` ``(B, d_out, d_in)``."""
+        G = torch.einsum("bls,bla->bsa", g, a)
+        if self.b is None:
+            return G
+        return torch.cat([G, g.sum(1)[..., None]], dim=2)
 
     def out_grads(self, g: torch.Tensor) -> torch.Tensor:
         """``(B, locations, d_out)`` gradients w.r.t. the layer's outputs."""
@@ -199,8 +216,9 @@ class EKFACSolver(Solver):
         budget = [int(self.options["keep_bytes"])]
 
         def covariances(la, a, g):
-            A[la.name] += torch.einsum("bli,blj->ij", a, a)
-            S[la.name] += torch.einsum("bli,blj->ij", g, g)
+            A[la.name] += la.input_moment(a)
+            gf = g.reshape(-1, g.shape[-1])
+            S[la.name] += gf.T @ gf
             size = (a.numel() + g.numel()) * a.element_size()
             if budget[0] >= size:  # small enough: keep for the eigenvalue fit, no second pass
                 kept.append((la, a, g))
@@ -215,7 +233,8 @@ class EKFACSolver(Solver):
         lam = {la.name: torch.zeros(la.d_out, la.d_in, dtype=dt) for la in layers}
 
         def eigenvalues(la, a, g):
-            P = torch.einsum("bls,bla->bsa", g @ QS[la.name], a @ QA[la.name])
+            # G_i first, then rotate: cheaper than rotating every location's a and g.
+            P = QS[la.name].T @ la.sample_grads(a, g) @ QA[la.name]
             lam[la.name] += (P * P).sum(0)
 
         if budget[0] >= 0:

@@ -30,11 +30,13 @@ MEASURES = ("loss", "margin", "logit")
 
 @contextlib.contextmanager
 def eval_mode(model: nn.Module):
-    """Run the block with ``model.eval()``; restore each submodule's own mode afterwards."""
+    """Run the block with ``model.eval()`` and autograd on (also inside a caller's ``no_grad``);
+    restore each submodule's own mode afterwards."""
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
-        yield model
+        with torch.enable_grad():
+            yield model
     finally:
         for m, was in modes:
             m.training = was

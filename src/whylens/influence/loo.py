@@ -159,7 +159,8 @@ class _Objective:
         def one(x, y):
             jac = torch.func.jacrev(lambda t: self.logits(t, x[None])[0])(theta)
             z = self.logits(theta, x[None])[0]
-            a = torch.func.hessian(lambda zz: loss(zz[None], y[None]).sum())(z)
+            # reverse-over-reverse: no forward mode (whose first use loads jit decompositions)
+            a = torch.func.jacrev(torch.func.jacrev(lambda zz: loss(zz[None], y[None]).sum()))(z)
             return jac, a
 
         for sl in self.slices:
@@ -462,7 +463,9 @@ def leave_one_out(model: nn.Module, train, remove, test, l2: float, *, measure: 
         hvp_dtype: dtype of the Hessian-vector products inside the solves (float32 is
             several times faster for convolutions on CPU); the objective, its gradient
             and the stopping test are always float64.
-        chunk_size: training items per forward pass.
+        chunk_size: training items per forward pass. The Hessian-vector products keep
+            one autograd graph per chunk while a Newton step lasts, so memory grows with
+            ``n``: this ground truth is meant for small models and data sets.
     Returns a :class:`LOOResult`; retrains that stopped above ``tol`` are flagged in
     ``converged`` and a warning says how many.
     """
