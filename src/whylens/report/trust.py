@@ -253,7 +253,29 @@ def comparison_section(model, config, compare, splits, idx, *, top: int, seed: i
                                    for j, s in zip(tops[t].harmful.indices, tops[t].harmful.scores)]})
         examples.append({"id": test.ids[i], "image_png": image_png(x[t]), "label": test.classes[int(y[t])],
                          "per_model": pm})
-    return {"models": [m[0] for m in models], "figure_png": None,
+    # Koh & Liang's two numbers over many test images: does each model learn from pixel neighbours?
+    from ..commands import auto_solver
+    from ..compare import compare_models, comparison_figure, default_rows
+    entries = {}
+    for name, m, cfg in models:
+        solver_name, opts = auto_solver(m, "auto")
+        opts = {"solver": solver_name, **opts} if solver_name != "ekfac" else {"solver": "exact",
+                                                                               "params": [_last_linear(m)]}
+        entries[name] = (m, float(cfg.get("training", {}).get("l2", 0.0)), opts)
+    res = compare_models(entries, train, test, k=top, n_test=min(30, len(test)), progress=False)
+    figure = png_bytes(comparison_figure(res, rows=default_rows(res.test.labels, 2)))
+    summary = {r["model"]: r for r in res.table()}
+    for row in rows:
+        r = summary[row[0]]
+        row += [f"{r['spearman']:.2f}", f"{r['nearest_overlap']:.0%}"]
+    return {"models": [m[0] for m in models], "figure_png": figure,
             "table": {"header": ["model", "test accuracy", "heatmap", "influence solver",
-                                 "top helpful sharing the test label"], "rows": rows},
+                                 "top helpful sharing the test label",
+                                 f"Spearman(|influence|, pixel similarity), {res.test.images.shape[0]} test images",
+                                 "top helpful among the pixel-nearest"], "rows": rows},
             "examples": examples}
+
+
+def _last_linear(model) -> str:
+    from ..compare import last_linear
+    return last_linear(model)
