@@ -271,7 +271,8 @@ def comparison_section(model, config, compare, splits, idx, *, top: int, seed: i
     return {"models": [m[0] for m in models], "figure_png": figure,
             "table": {"header": ["model", "test accuracy", "heatmap", "influence solver",
                                  "top helpful sharing the test label",
-                                 f"Spearman(|influence|, pixel similarity), {res.test.images.shape[0]} test images",
+                                 f"Spearman(|influence|, pixel similarity), {res.test.images.shape[0]} test images "
+                                 "(exact influence; networks: last layer)",
                                  "top helpful among the pixel-nearest"], "rows": rows},
             "examples": examples}
 
