@@ -115,6 +115,12 @@ def cmd_explain(args) -> None:
         images, names = ds.images[idx], [ds.ids[i] for i in idx]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     check(methods, "--methods: expected at least one method name")
+    from .report.explanations import CAM_METHODS
+    from .report.pipeline import has_conv
+    cams = [m for m in methods if m.lower() in CAM_METHODS]
+    check(not cams or args.layer or has_conv(model),
+          f"--methods: {', '.join(cams)} need a conv layer and this {config['model']} model has none; use "
+          "saliency, gradient_x_input, integrated_gradients, smoothgrad or occlusion")
     target = _parse_target(args.target, classes)
     out = out_dir(args.out)
     options = {"steps": args.steps, "layer": args.layer}
