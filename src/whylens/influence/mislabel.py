@@ -183,9 +183,9 @@ def mislabel_experiment(model_factory: Callable[[], nn.Module], train, fraction:
     data = (images, noisy)
 
     t1 = time.perf_counter()
-    result = fit_model(model, data, l2=l2, seed=seed, progress=progress, **(train_kwargs or {}))
+    result = fit_model(model, data, l2=l2, **{"seed": seed, "progress": progress, **(train_kwargs or {})})
     t2 = time.perf_counter()
-    inf = Influence(model, solver=solver, l2=l2, progress=progress, **(influence_kwargs or {})).fit(data)
+    inf = Influence(model, solver=solver, l2=l2, **{"progress": progress, **(influence_kwargs or {})}).fit(data)
     self_inf = inf.self_influence().detach().to(torch.float64)
     t3 = time.perf_counter()
 
