@@ -221,6 +221,32 @@ def test_relu_cnn_gauss_newton_differs_from_hessian():
     assert float((H[fc, fc] - G[fc, fc]).abs().max()) < 1e-10  # logits are linear in fc
 
 
+@pytest.mark.parametrize("activation, block", [("relu", "conv2"), ("tanh", "fc")])
+def test_structured_hessian_equals_all_columns(activation, block):
+    """The shortcut (one group's block from Gauss-Newton, after a probe) changes no entry of H.
+
+    ReLU: the logits are piecewise linear in each layer, so the largest group (conv2) is
+    taken from Gauss-Newton; tanh: only the classifier is, and the probe must reject conv2.
+    """
+    torch.manual_seed(2)
+    tr, _ = digits_split()
+    tr = tr[:60]
+    model = build_model("cnn", widths=(3, 5), activation=activation).eval()
+    fn = ModelFunction(model)
+    info = {}
+    H = dense_hessian(fn, tr.images, tr.labels, L2, info=info)
+    H_all = dense_hessian(fn, tr.images, tr.labels, L2, structured=False)
+    assert info["gn_block"] == block
+    skipped = fn.offsets[f"{block}.weight"].stop - fn.offsets[f"{block}.weight"].start + \
+        fn.offsets[f"{block}.bias"].stop - fn.offsets[f"{block}.bias"].start
+    assert info["hvp_columns"] == fn.p - skipped
+    assert float((H - H_all).abs().max()) < 1e-12 * float(H_all.abs().max())
+    if activation == "tanh":  # conv2's own block has curvature of the logits: not Gauss-Newton
+        G = dense_gauss_newton(fn, tr.images, tr.labels, L2)
+        c2 = slice(fn.offsets["conv2.weight"].start, fn.offsets["conv2.bias"].stop)
+        assert float((H[c2, c2] - G[c2, c2]).norm() / H[c2, c2].norm()) > 1e-3
+
+
 def test_cg_negative_curvature_is_an_error(rough_cnn):
     model, tr = rough_cnn
     inf = Influence(model, "cg", l2=0.0, progress=False).fit(tr)
