@@ -2,7 +2,8 @@
 
 ``H = grad^2 J(theta)`` (``hessian="exact"``: the true Hessian, from HVPs with basis vectors,
 except for the one parameter group whose block is verified to equal its Gauss-Newton block;
-see :func:`~whylens.influence.grads.dense_hessian`) or the generalised Gauss-Newton matrix ``(1/n) sum_i J_i^T H_out,i J_i + l2 I``
+see :func:`~whylens.influence.grads.dense_hessian`) or the generalised Gauss-Newton matrix
+``(1/n) sum_i J_i^T H_out,i J_i + l2 I``
 (``hessian="gauss_newton"``: PSD by construction; equal to the Hessian on logistic regression).
 Float64 by default (``Influence(dtype=torch.float32)`` halves memory and, for convolutions on CPU, is
 about 5x faster per column).
