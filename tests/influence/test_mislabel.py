@@ -14,7 +14,6 @@ from whylens.influence.mislabel import curve_area, detection_curve, flip_labels,
 
 # One intra-op thread, as the rest of this folder: on a shared 2-core machine two threads
 # mostly wait on each other.
-pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_flip_labels_moves_each_chosen_label_to_another_class():
@@ -111,3 +110,33 @@ def test_relu_cnn_finds_the_flips(digits):
     assert s["self_influence"]["found@10%"] >= 0.75
     assert s["self_influence"]["found@10%"] >= 5 * s["random"]["found@10%"]
     assert abs(s["random"]["found@10%"] - 0.1) <= 0.07
+
+
+@pytest.mark.slow
+def test_memorising_cnn_finds_the_flips(digits):
+    """A wider ReLU SmallCNN (widths 32, 64; 19.5k params), Adam 300 epochs, no L2: it fits
+    most of its noisy labels, so the flipped items' training loss is no longer high.
+
+    Measured in this test (one thread): it fits 83 % of the flipped labels; checking 10 %
+    finds 69.3 % of the flips by EK-FAC self-influence and 70.0 % by the loss (20 %: 95.3
+    against 94.0; bench/influence.py --mislabel on two threads: 74.7 against 75.3).
+    Memorisation pulls both rankings down together; self-influence does not pull ahead.
+    The test asserts what holds: both stay far above random, and the network really fits
+    most flips (else this is the test above again).
+    """
+    tr, _ = digits
+    result = mislabel_experiment(
+        lambda: whylens.build_model("cnn", in_channels=1, num_classes=10, widths=(32, 64)), tr,
+        fraction=0.1, l2=0.0, solver="ekfac", seed=0, progress=False,
+        train_kwargs={"method": "adam", "epochs": 300, "lr": 1e-2},
+        influence_kwargs={"damping": 1e-3})
+    _print("ReLU SmallCNN widths (32, 64), Adam 300 epochs, no L2, 10 % flipped, EK-FAC self-influence",
+           result)
+    with torch.no_grad():
+        fitted = whylens.predict(result.model, tr.images).argmax(1) == result.labels
+    fits = float(fitted[result.flipped].float().mean())
+    print(f"  fits {float(fitted.float().mean()):.3f} of the noisy labels, {fits:.3f} of the flipped ones")
+    s = result.summary
+    assert fits >= 0.5
+    assert s["self_influence"]["found@10%"] >= 5 * s["random"]["found@10%"]
+    assert s["loss"]["found@10%"] >= 5 * s["random"]["found@10%"]
