@@ -353,6 +353,9 @@ def koh_liang(activation: str, l2: float, max_iter: int) -> dict:
         a = loo_agreement(-scores[i, tops[i]] / len(tr), res.delta[rows, i])
         out["per_test"].append({"test": t, **a})
     out["mean_pearson"] = statistics.mean(a["pearson"] for a in out["per_test"])
+    if out["mean_pearson"] != out["mean_pearson"]:  # NaN: a correlation with zero variance
+        out["note"] = (f"Pearson undefined: test accuracy {out['test_accuracy']:.3f}; the network is "
+                       "(nearly) constant, so the leave-one-out changes do not vary")
     out["seconds"] = time.perf_counter() - t0
     return out
 
@@ -527,6 +530,8 @@ def main(argv=None) -> None:
             for a in r["per_test"]:
                 print(f"    test {a['test']}: Pearson {a['pearson']:.3f}  Spearman {a['spearman']:.3f}  "
                       f"slope {a['slope']:.3f}")
+            if r.get("note"):
+                print(f"    {r['note']}")
             print(f"    mean Pearson {r['mean_pearson']:.3f} ({r['seconds']:.0f} s)", flush=True)
 
     if args.mislabel:
