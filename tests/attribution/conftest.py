@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from whylens import build_model, digits_split, train
+from whylens import build_model, train
 
 
 def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -12,39 +12,12 @@ def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Run each test on one torch thread, restored afterwards.
-
-    The tensors here are tiny (8x8 images, batches of at most a few thousand), so
-    intra-op threads buy little; on a shared, loaded 2-core machine their barriers
-    made the same tests 5-20x slower in wall time.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="session")
-def digits():
-    return digits_split()
-
-
 @pytest.fixture(scope="session")
 def trained_cnn(digits):
     """SmallCNN (ReLU, 5,130 parameters) trained briefly with Adam on the 1,500 digits."""
-    threads = torch.get_num_threads()
-    # Batches of 128 8x8 images are too small for intra-op threads: one thread is ~3x faster.
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(0)
-        model = build_model("cnn")
-        train(model, digits[0], l2=1e-3, epochs=15, lr=0.03, batch_size=128, progress=False)
-    finally:
-        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = build_model("cnn")
+    train(model, digits[0], l2=1e-3, epochs=15, lr=0.03, batch_size=128, progress=False)
     return model.eval()
 
 

@@ -21,11 +21,10 @@ from whylens.report.images import is_png
 
 
 @pytest.fixture(scope="module")
-def svm_vs_cnn(svm_1v7, cnn_1v7, ones_sevens, single_thread):
+def svm_vs_cnn(svm_1v7, cnn_1v7, ones_sevens):
     tr, te = ones_sevens
-    with single_thread():
-        return C.compare_models({"svm": (svm_1v7[0], svm_1v7[1]["l2"]), "cnn": (cnn_1v7[0], cnn_1v7[1]["l2"])},
-                              tr, te, k=8, n_test=30)
+    return C.compare_models({"svm": (svm_1v7[0], svm_1v7[1]["l2"]), "cnn": (cnn_1v7[0], cnn_1v7[1]["l2"])},
+                          tr, te, k=8, n_test=30)
 
 
 def test_svm_learns_from_pixel_neighbours_the_cnn_does_not(svm_vs_cnn, tmp_path):
@@ -48,13 +47,12 @@ def test_svm_learns_from_pixel_neighbours_the_cnn_does_not(svm_vs_cnn, tmp_path)
     assert cnn["same_label"] > 0.9
 
 
-def test_with_a_tanh_cnn_only_the_top_k_claim_holds(svm_1v7, tanh_cnn_1v7, ones_sevens, single_thread):
+def test_with_a_tanh_cnn_only_the_top_k_claim_holds(svm_1v7, tanh_cnn_1v7, ones_sevens):
     """Measured on this split: a tanh CNN's |influence| correlates with pixel similarity MORE than the
     SVM's (Spearman 0.35 vs 0.22), while its most helpful images are still rarely pixel neighbours."""
     tr, te = ones_sevens
-    with single_thread():
-        res = C.compare_models({"svm": (svm_1v7[0], svm_1v7[1]["l2"]),
-                              "cnn-tanh": (tanh_cnn_1v7[0], tanh_cnn_1v7[1]["l2"])}, tr, te, k=8, n_test=30)
+    res = C.compare_models({"svm": (svm_1v7[0], svm_1v7[1]["l2"]),
+                          "cnn-tanh": (tanh_cnn_1v7[0], tanh_cnn_1v7[1]["l2"])}, tr, te, k=8, n_test=30)
     print("\n" + C.format_table(res.table()))
     svm, cnn = res.models["svm"].summary(), res.models["cnn-tanh"].summary()
     assert cnn["accuracy"] > 0.95
@@ -128,14 +126,13 @@ def test_solver_choice_and_bad_input(svm_1v7, cnn_1v7, ones_sevens):
 
 
 @pytest.mark.slow
-def test_cli_end_to_end(tmp_path, capsys, single_thread):
+def test_cli_end_to_end(tmp_path, capsys):
     svm_dir, cnn_dir, out = tmp_path / "svm", tmp_path / "cnn", tmp_path / "cmp"
-    with single_thread():
-        assert main(["train", "--data", "digits:1,7", "--model", "svm", "--out", str(svm_dir), "--no-progress"]) == 0
-        assert main(["train", "--data", "digits:1,7", "--model", "cnn", "--out", str(cnn_dir), "--no-progress"]) == 0
-        capsys.readouterr()
-        assert main(["compare", "--models", str(svm_dir), str(cnn_dir), "--data", "digits:1,7", "--out", str(out),
-                     "--k", "5", "--test-count", "20", "--no-progress"]) == 0
+    assert main(["train", "--data", "digits:1,7", "--model", "svm", "--out", str(svm_dir), "--no-progress"]) == 0
+    assert main(["train", "--data", "digits:1,7", "--model", "cnn", "--out", str(cnn_dir), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["compare", "--models", str(svm_dir), str(cnn_dir), "--data", "digits:1,7", "--out", str(out),
+                 "--k", "5", "--test-count", "20", "--no-progress"]) == 0
     printed = capsys.readouterr().out
     print(printed)
     assert "spearman" in printed and "svm" in printed and "cnn" in printed
@@ -149,8 +146,7 @@ def test_cli_end_to_end(tmp_path, capsys, single_thread):
     for name, d in (("svm", svm_dir), ("cnn", cnn_dir)):
         model, config = load_model(d)
         models[name] = (model, config["training"]["l2"])
-    with single_thread():
-        res = C.compare_models(models, splits["train"], splits["test"], k=5, n_test=20)
+    res = C.compare_models(models, splits["train"], splits["test"], k=5, n_test=20)
     assert saved["k"] == 5 and saved["test_indices"] == res.test_indices and len(res.test_indices) == 20
     for row, lib in zip(saved["table"], res.table()):
         assert row["model"] == lib["model"]

@@ -143,19 +143,18 @@ def test_prepare_subsamples_anchors_and_bad_input():
 
 
 @pytest.mark.slow
-def test_exact_influence_agrees_with_leave_one_out(svm_1v7, ones_sevens, single_thread):
+def test_exact_influence_agrees_with_leave_one_out(svm_1v7, ones_sevens):
     """Remove each of the 30 highest-|influence| training images of the highest-loss test image and
     retrain (warm-started Newton, float64): the loss change is about -scores / n (Pearson >= 0.95)."""
     model, info = svm_1v7
     tr, te = ones_sevens
     l2 = info["l2"]
-    with single_thread():
-        losses = model.per_sample_loss(predict(model, te.images), te.labels)
-        t = int(losses.argmax())
-        inf = Influence(model, l2=l2, progress=False).fit(tr)
-        scores = inf.scores(te[[t]])[0]
-        remove = scores.abs().topk(30).indices.tolist()
-        loo = leave_one_out(model, tr, remove, te[[t]], l2, progress=False)
+    losses = model.per_sample_loss(predict(model, te.images), te.labels)
+    t = int(losses.argmax())
+    inf = Influence(model, l2=l2, progress=False).fit(tr)
+    scores = inf.scores(te[[t]])[0]
+    remove = scores.abs().topk(30).indices.tolist()
+    loo = leave_one_out(model, tr, remove, te[[t]], l2, progress=False)
     predicted = -scores[remove] / len(tr)
     a = loo_agreement(predicted, loo.delta[:, 0])
     print(f"test image {te.ids[t]} (loss {float(losses[t]):.3f}): Pearson {a['pearson']:.4f}, "

@@ -11,7 +11,6 @@ Also closed forms for L2-regularised logistic regression, written independently 
 
 from __future__ import annotations
 
-import contextlib
 import types
 
 import numpy as np
@@ -19,18 +18,6 @@ import pytest
 import torch
 
 L2 = 0.01  # the lambda of J used throughout the influence tests
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Run on one intra-op thread: these small problems are several times faster that way on a
-    shared 2-core machine (two threads mostly wait on each other)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _xt(images: torch.Tensor) -> np.ndarray:
@@ -145,16 +132,14 @@ def logreg(digits_logreg):
 def logreg_exact(logreg, digits):
     """The exact-solver Influence on the logistic regression (fitted once per session)."""
     from whylens.influence import Influence
-    with one_thread():
-        return Influence(logreg, "exact", l2=L2, progress=False).fit(digits[0])
+    return Influence(logreg, "exact", l2=L2, progress=False).fit(digits[0])
 
 
 @pytest.fixture(scope="session")
 def softmax_closed_form(logreg, digits):
     """:class:`SoftmaxClosedForm` of the logistic regression on the training set."""
     tr, _ = digits
-    with one_thread():
-        return SoftmaxClosedForm(logreg, tr.images, tr.labels, L2)
+    return SoftmaxClosedForm(logreg, tr.images, tr.labels, L2)
 
 
 @pytest.fixture(scope="session")
@@ -163,9 +148,3 @@ def refs():
     return types.SimpleNamespace(SoftmaxClosedForm=SoftmaxClosedForm, BinaryClosedForm=BinaryClosedForm,
                                  pearson=pearson, rel_err=rel_err, L2=L2)
 
-
-@pytest.fixture
-def single_thread():
-    """Function-scoped :func:`one_thread` (the test modules of this folder use it autouse)."""
-    with one_thread():
-        yield

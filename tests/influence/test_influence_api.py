@@ -19,7 +19,6 @@ from whylens.train import train
 
 L2 = 0.01  # the lambda of J the models are trained with
 
-pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _softmax_feature_closed_form(features: torch.Tensor, labels, fc: nn.Linear, l2: float,

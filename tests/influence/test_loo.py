@@ -21,7 +21,6 @@ L2 = 0.01
 
 # One intra-op thread, as the rest of this folder: on a shared 2-core machine two threads
 # mostly wait on each other.
-pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_agreement_against_scipy():
@@ -137,13 +136,8 @@ def test_bad_input_is_one_line():
 @pytest.fixture(scope="module")
 def lr_setup(digits, logreg):
     tr, te = digits
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model64, gn = polish(logreg, tr, L2, progress=False)
-        inf = Influence(model64, "exact", l2=L2, progress=False).fit(tr)
-    finally:
-        torch.set_num_threads(threads)
+    model64, gn = polish(logreg, tr, L2, progress=False)
+    inf = Influence(model64, "exact", l2=L2, progress=False).fit(tr)
     with torch.no_grad():
         losses = whylens.per_sample_loss(whylens.predict(model64, te.images), te.labels)
     t = int(losses.argmax())  # fixed before anything is measured
