@@ -19,10 +19,6 @@ from whylens.influence.loo import leave_one_out, loo_agreement, polish
 
 L2 = 0.01
 
-# One intra-op thread, as the rest of this folder: on a shared 2-core machine two threads
-# mostly wait on each other.
-
-
 def test_agreement_against_scipy():
     rng = np.random.default_rng(0)
     x = rng.normal(size=50)
