@@ -64,11 +64,11 @@ class HessianOperator:
     a minibatch gives the minibatch estimate of ``H``. Reverse-over-reverse: per data chunk the
     gradient ``g_c = grad sum_{i in c} L_i`` is built once with ``create_graph=True`` and each
     column is one backward pass through it (``H v = grad (g_c^T v)``), vectorised over the
-    chunk's items. The ``m`` columns are batched into one vmapped backward
-    (``is_grads_batched``) for models without convolutions; with convolutions they are a loop
-    over columns (not over examples), because torch's batched conv double-backward is slower:
-    measured on the 5k CNN, 100 columns over 1,500 items took 18 s as a loop, 32 s batched and
-    ~36 s as vmapped forward-over-reverse (logistic regression: 0.073 s loop, 0.042 s batched). The chunk
+    chunk's items, and the ``m`` columns (one per test item in cg/lissa) go through one
+    vmapped backward (``is_grads_batched``), not a Python loop. That is not free for
+    convolutions on CPU: measured on the 5k CNN, 100 columns over 1,500 items took 29-32 s
+    batched against 18-24 s as a loop (logistic regression: 0.042 s batched, 0.073 s loop);
+    a model with an op that has no batching rule falls back to the loop. The chunk
     graphs are kept between calls while ``n <= cache_items`` (iterative solvers reuse them
     hundreds of times); above, they are rebuilt per call so memory stays at one chunk.
     """
@@ -83,7 +83,7 @@ class HessianOperator:
         self.norm = float(normaliser or self.n)
         self.cache = self.n <= cache_items
         self._graphs: list[torch.Tensor] | None = None
-        self.batched = not any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in fn.model.modules())
+        self.batched = True
 
     def _build(self):
         fn = self.fn
@@ -141,6 +141,8 @@ def parameter_groups(fn: ModelFunction) -> dict[str, slice]:
         owner = name.rsplit(".", 1)[0] if "." in name else ""
         sl = fn.offsets[name]
         prev = groups.get(owner)
+        if prev is not None and prev.stop != sl.start:  # not adjacent after all: no groups
+            return {}
         groups[owner] = sl if prev is None else slice(prev.start, sl.stop)
     return groups
 
@@ -198,14 +200,17 @@ def gauss_newton_block(fn: ModelFunction, images, labels,
     on the block ``(A, A)`` of a group ``A`` when the logits are piecewise linear in ``A``'s
     parameters: the last Linear layer always, and every layer of a ReLU / max-pool network
     (their second derivatives are zero almost everywhere). That is checked, not assumed: for
-    a Gaussian vector ``v`` supported on ``A``, ``r = ||(H v)_A - GGN_AA v_A|| / ||GGN_AA v_A||``;
-    a nonzero residual block ``M`` gives ``M v = 0`` with probability zero, so ``r`` below
-    ``tol`` (``1e-9`` in float64, ``1e-4`` in float32: rounding only) means ``M_AA = 0``.
+    a Gaussian vector ``v`` supported on ``A``, ``r = ||(H v)_A - GGN_AA v_A|| / ||GGN_AA v_A||``.
+    With ``M`` the residual block, ``E ||M v||^2 = ||M||_F^2`` (and ``M v = 0`` has probability
+    zero unless ``M = 0``), so ``r <= tol`` says ``M_AA`` is at most about ``tol`` relative to
+    the Gauss-Newton block: ``tol`` is ``1e-9`` in float64 and ``1e-5`` in float32, near the
+    rounding of the HVPs themselves (measured: ``1e-14``-``1e-16`` and ``1e-7``-``1e-6`` for
+    ReLU layers; tanh convolutions give ``1e-2`` and more). A wrong rejection costs only time.
     Groups are probed largest first, one HVP and one GGN-vector product each. Returns
     ``(group, r)`` or ``None``.
     """
     groups = parameter_groups(fn)
-    tol = 1e-9 if fn.dtype == torch.float64 else 1e-4
+    tol = 1e-9 if fn.dtype == torch.float64 else 1e-5
     op = HessianOperator(fn, images, labels, 0.0, chunk_size, cache_items=0)
     gen = torch.Generator().manual_seed(0)
     for name, sl in sorted(groups.items(), key=lambda kv: kv[1].start - kv[1].stop):
@@ -238,7 +243,8 @@ def dense_hessian(fn: ModelFunction, images, labels, l2: float, chunk_size: int 
     found = gauss_newton_block(fn, images, labels, chunk_size) if structured else None
     block = parameter_groups(fn)[found[0]] if found else slice(0, 0)
     cols = torch.cat([torch.arange(0, block.start), torch.arange(block.stop, p)])
-    op = HessianOperator(fn, images, labels, l2, chunk_size, cache_items=0)
+    # l2 goes on the diagonal once, below: the operator's columns and the GGN block carry none.
+    op = HessianOperator(fn, images, labels, 0.0, chunk_size, cache_items=0)
     H = torch.zeros(p, p, dtype=fn.dtype)
     if len(cols):
         C = _columns(op, cols, progress) / op.norm
