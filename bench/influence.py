@@ -64,8 +64,6 @@ CNN_DAMPING = 0.01
 #: measured on 2 cores (NOTES and this bench): runs that --quick skips
 SLOW = {("cnn", "captum_naive"): 223.0, ("cnn", "exact"): 110.0, ("cnn", "cg"): 400.0,
         ("cnn", "lissa"): 400.0}
-#: runs that are skipped unless --all
-VERY_SLOW: dict = {}
 WHYLENS = ["exact", "exact32", "exact_gn", "cg", "lissa", "arnoldi", "ekfac", "tracin", "grad_dot", "grad_cos"]
 CAPTUM = ["captum_tracin", "captum_naive", "captum_arnoldi"]
 KRONFLUENCE = ["kronfluence_ekfac"]
@@ -306,9 +304,9 @@ def koh_liang(activation: str, l2: float, max_iter: int) -> dict:
     """The protocol of tests/influence/test_loo_cnn.py for one activation and L2."""
     import warnings
 
-    from whylens import accuracy, build_model, digits_split, per_sample_loss, predict, train
-    from whylens.influence import Influence
-    from whylens.influence.loo import leave_one_out, loo_agreement, polish
+    from whylens import accuracy, build_model, digits_split, train
+    from whylens.influence import koh_liang_study
+    from whylens.influence.loo import polish
     tr, te = digits_split()
     tr = tr[:500]
     t0 = time.perf_counter()
@@ -319,40 +317,17 @@ def koh_liang(activation: str, l2: float, max_iter: int) -> dict:
         warnings.simplefilter("ignore")
         model64, gn = polish(model, tr, l2, preconditioner="gauss_newton", progress=False)
     out = {"activation": activation, "l2": l2, "grad_norm": gn, "test_accuracy": accuracy(model64, te)}
-    with torch.no_grad():
-        test_loss = per_sample_loss(predict(model64, te.images), te.labels)
-    chosen = test_loss.argsort(descending=True)[:3].tolist()
-    inf = Influence(model64, "exact", damping="auto", l2=l2, dtype=torch.float32, progress=False)
     try:
-        inf.fit(tr)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            st = koh_liang_study(model64, tr, te, l2, max_iter=max_iter)
     except Exception as exc:  # noqa: BLE001 - reported, not hidden
         out["failed"] = str(exc)
         return out
-    damping = max(1e-3, float(inf.info["damping"]))
-    if damping != float(inf.info["damping"]):
-        inf = Influence(model64, "exact", damping=damping, l2=l2, dtype=torch.float32, progress=False).fit(tr)
-    out.update(min_eigenvalue=inf.info["min_eigenvalue"], damping=damping)
-    scores = inf.scores(te[chosen]).double()
-    if float(scores.abs().max()) == 0 or float(scores.std()) == 0:
-        out["note"] = "all scores equal: the network is constant"
-        return out
-    tops = [scores[i].abs().argsort(descending=True)[:30].tolist() for i in range(3)]
-    union = sorted(set().union(*tops))
-    state = inf.solver.state()
-    hessian = (state["evecs"] * state["evals"]) @ state["evecs"].T
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = leave_one_out(model64, tr, union, te[chosen], l2, preconditioner=hessian,
-                            max_iter=max_iter, progress=False)
-    out["retrains"] = len(union)
-    out["converged"] = int(res.converged.sum())
-    out["max_grad_norm"] = float(res.grad_norms.max())
-    out["per_test"] = []
-    for i, t in enumerate(chosen):
-        rows = [union.index(j) for j in tops[i]]
-        a = loo_agreement(-scores[i, tops[i]] / len(tr), res.delta[rows, i])
-        out["per_test"].append({"test": t, **a})
-    out["mean_pearson"] = statistics.mean(a["pearson"] for a in out["per_test"])
+    res = st.loo
+    out.update(min_eigenvalue=st.influence.info["min_eigenvalue"], damping=st.damping, retrains=len(st.union),
+               converged=int(res.converged.sum()), max_grad_norm=float(res.grad_norms.max()),
+               per_test=st.per_test, mean_pearson=st.mean_pearson)
     if out["mean_pearson"] != out["mean_pearson"]:  # NaN: a correlation with zero variance
         out["note"] = (f"Pearson undefined: test accuracy {out['test_accuracy']:.3f}; the network is "
                        "(nearly) constant, so the leave-one-out changes do not vary")
@@ -402,7 +377,6 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true", help="skip the runs known to take more than ~60 s")
     ap.add_argument("--repeats", type=int, default=3, help="repeats of runs under 5 s (median)")
     ap.add_argument("--timeout", type=float, default=450, help="seconds before a method is given up")
-    ap.add_argument("--all", action="store_true", help="also the runs known to take over 20 minutes")
     ap.add_argument("--only", nargs="*", help="run only these methods")
     ap.add_argument("--models", nargs="*", default=["lr", "cnn"], choices=["lr", "cnn"])
     ap.add_argument("--loo", action="store_true", help="add the Koh & Liang LOO study (tanh and ReLU)")
@@ -469,9 +443,6 @@ def main(argv=None) -> None:
                     results[method] = {"skipped": kron_reason}
                 elif args.quick and SLOW.get((key, method), 0) > 60:
                     results[method] = {"skipped": f"--quick (about {SLOW[(key, method)]:.0f} s on 2 cores)"}
-                elif not args.all and (key, method) in VERY_SLOW:
-                    results[method] = {"skipped": f"over {VERY_SLOW[(key, method)]:.0f} s when last measured; "
-                                                  "run with --all"}
                 else:
                     results[method] = run_method(workdir, key, method, args.repeats, damping, args.timeout)
                 r = results[method]

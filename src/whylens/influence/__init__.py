@@ -15,6 +15,7 @@ from .exact import ExactSolver
 from .functional import ModelFunction, flatten, select_parameters, unflatten
 from .grads import HessianOperator, hvp, per_sample_grads
 from .iterative import CGSolver, LiSSASolver
+from .koh_liang import KohLiangStudy, koh_liang_study
 from .loo import leave_one_out
 from .solvers import SOLVERS
 from .store import data_fingerprint, model_fingerprint
@@ -25,4 +26,4 @@ __all__ = ["Influence", "Ranked", "TopInfluence", "Solver", "Problem", "SOLVERS"
            "CGSolver", "LiSSASolver", "ArnoldiSolver", "EKFACSolver", "TracInSolver", "GradDotSolver",
            "GradCosSolver", "ModelFunction", "flatten", "unflatten", "select_parameters", "hvp",
            "HessianOperator", "per_sample_grads", "model_fingerprint", "data_fingerprint",
-           "leave_one_out"]
+           "leave_one_out", "koh_liang_study", "KohLiangStudy"]
